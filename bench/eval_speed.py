@@ -73,7 +73,9 @@ def main() -> int:
         probs, valid, positive, labels, patients=patients, n_resamples=args.n_resamples, seed=args.seed, micro=True
     )
     boot_seconds = time.perf_counter() - start
-    print(f"vectorised bootstrap, {args.n_resamples} patient resamples, AUROC+AP per label + micro: {boot_seconds:.1f} s")
+    print(
+        f"vectorised bootstrap, {args.n_resamples} patient resamples, AUROC+AP per label + micro: {boot_seconds:.1f} s"
+    )
 
     start = time.perf_counter()
     evaluate_predictions(probs, targets, labels, patients=patients, n_bootstrap=args.n_resamples, seed=args.seed)
@@ -108,7 +110,9 @@ def main() -> int:
         f"sklearn loop (roc_auc_score only, no AP): {loop_seconds:.2f} s for {args.baseline_resamples} resamples, "
         f"extrapolated to {args.n_resamples}: {extrapolated:.0f} s"
     )
-    print(f"speed-up of the vectorised bootstrap (which also computes AP and micro): {extrapolated / boot_seconds:.1f}x")
+    print(
+        f"speed-up of the vectorised bootstrap (which also computes AP and micro): {extrapolated / boot_seconds:.1f}x"
+    )
     print(f"same resamples: max |AUROC difference| vs sklearn = {max_diff:.2e}, undefined labels agree: {agree}")
     met = boot_seconds < GOAL_SECONDS
     print(f"goal: full bootstrap under {GOAL_SECONDS:.0f} s -> {'met' if met else 'NOT met'} ({boot_seconds:.1f} s)")

@@ -73,11 +73,32 @@ class EvaluationResult:
 
     def group_table(self) -> pd.DataFrame:
         """Macro figures per group as a frame (one row per group)."""
-        rows = {
-            name: {k: v for k, v in entry.items() if k not in ("labels", "excluded")}
-            for name, entry in self.summary["groups"].items()
-        }
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("group")
+        keys = ["n_labels", "n_defined"]
+        for metric in ("auroc", "ap"):
+            keys += [f"macro_{metric}", f"macro_{metric}_ci_low", f"macro_{metric}_ci_high"]
+        rows = {name: {k: entry.get(k, math.nan) for k in keys} for name, entry in self.summary["groups"].items()}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=keys).rename_axis("group")
+
+    def summary_line(self, digits: int = 3) -> str:
+        """Macro and micro AUROC / AP with their intervals, as one sentence."""
+
+        def figure(key: str) -> str:
+            value = self.summary[key]
+            low, high = self.summary[f"{key}_ci_low"], self.summary[f"{key}_ci_high"]
+            text = "NaN" if math.isnan(value) else f"{value:.{digits}f}"
+            if math.isfinite(low) and math.isfinite(high):
+                text += f" ({self.summary['ci_level']:.0%} CI {low:.{digits}f}-{high:.{digits}f})"
+            return text
+
+        parts = [
+            f"macro AUROC {figure('macro_auroc')}",
+            f"mAP {figure('macro_ap')}",
+            f"micro AUROC {figure('micro_auroc')}",
+            f"micro AP {figure('micro_ap')}",
+        ]
+        boot = self.summary["n_bootstrap"]
+        setting = f"{boot} {self.summary['bootstrap_unit']} bootstrap resamples" if boot else "no bootstrap"
+        return f"{self.summary['n_images']} images, {setting}: " + ", ".join(parts) + "."
 
     def write(self, folder: str | Path, *, plots: bool = True) -> dict[str, Path]:
         """Write the artifacts into ``folder`` (created if needed).
@@ -95,11 +116,8 @@ class EvaluationResult:
         paths["per_disease.csv"] = folder / "per_disease.csv"
         self.per_disease.to_csv(paths["per_disease.csv"], float_format="%.6g")
         paths["per_disease.md"] = folder / "per_disease.md"
-        markdown = self.to_markdown()
-        group_rows = self.group_table()
-        if len(group_rows):
-            markdown += "\n## Groups\n\n" + markdown_table(group_rows, excluded=[], index_name="group").split("\n\n")[0]
-            markdown += "\n"
+        markdown = f"# Evaluation\n\n{self.summary_line()}\n\n## Per disease\n\n{self.to_markdown()}"
+        markdown += "\n## Groups\n\n" + markdown_table(self.group_table(), note=False)
         paths["per_disease.md"].write_text(markdown, encoding="utf-8")
         paths["summary.json"] = folder / "summary.json"
         paths["summary.json"].write_text(json.dumps(_json_safe(self.summary), indent=2) + "\n", encoding="utf-8")

@@ -233,7 +233,12 @@ def per_disease_metrics(
 
 
 def markdown_table(
-    frame: pd.DataFrame, *, excluded: Sequence[str] | None = None, digits: int = 3, index_name: str | None = None
+    frame: pd.DataFrame,
+    *,
+    excluded: Sequence[str] | None = None,
+    digits: int = 3,
+    index_name: str | None = None,
+    note: bool = True,
 ) -> str:
     """Render a per-disease frame as a Markdown table followed by a note naming excluded labels.
 
@@ -245,6 +250,7 @@ def markdown_table(
         excluded: labels to name in the note; by default those with NaN ``auroc`` (when that column exists).
         digits: decimals for float cells.
         index_name: header of the index column (defaults to the index name or "label").
+        note: append the note line about excluded labels.
 
     Returns:
         Markdown text ending in a newline.
@@ -259,6 +265,8 @@ def markdown_table(
         text = table.to_markdown(index=False, floatfmt=f".{digits}f", missingval="NaN")
     except ImportError:
         text = _plain_markdown(table, digits)
+    if not note:
+        return text + "\n"
     if excluded:
         note = f"Excluded from macro averages (AUROC/AP undefined): {', '.join(map(str, excluded))}."
     else:

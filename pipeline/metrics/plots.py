@@ -23,6 +23,8 @@ from pipeline.metrics.per_disease import check_inputs
 logger = logging.getLogger(__name__)
 
 _NOTE_STYLE = {"fontsize": 8, "color": "0.35"}
+# Up to this many curves the legend sits inside the axes; more go below the panels.
+_LEGEND_INSIDE_MAX = 8
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -31,11 +33,12 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _colors(n: int) -> list:
+def _styles(n: int) -> list[tuple]:
+    """Distinct (colour, line style) pairs: the qualitative palette first, then the same colours dash-dotted."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab20" if n > 10 else "tab10"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    return [(cmap(i % cmap.N), "-" if i < cmap.N else "-.") for i in range(n)]
 
 
 def plot_roc_pr(
@@ -65,11 +68,13 @@ def plot_roc_pr(
     if unknown:
         raise ValueError(f"subset names unknown labels {unknown}")
 
-    figure = _new_figure(13.0, 6.0)
+    # Many curves: legends go below the panels so they hide no curve.
+    outside = len(subset) > _LEGEND_INSIDE_MAX
+    legend_rows = math.ceil((len(subset) + 1) / 2) if outside else 0
+    figure = _new_figure(13.0, 6.0 + 0.17 * legend_rows)
     roc_ax, pr_ax = figure.subplots(1, 2)
     omitted = []
-    colors = _colors(len(subset))
-    for color, name in zip(colors, subset, strict=True):
+    for (color, style), name in zip(_styles(len(subset)), subset, strict=True):
         j = labels.index(name)
         y = positive[valid[:, j], j].astype(int)
         s = probs[valid[:, j], j]
@@ -79,8 +84,8 @@ def plot_roc_pr(
         fpr, tpr, _ = roc_curve(y, s)
         precision, recall, _ = precision_recall_curve(y, s)
         ap = average_precision_score(y, s)
-        roc_ax.plot(fpr, tpr, color=color, lw=1.2, label=f"{name} (AUROC {auc(fpr, tpr):.3f})")
-        pr_ax.step(recall, precision, where="post", color=color, lw=1.2, label=f"{name} (AP {ap:.3f})")
+        roc_ax.plot(fpr, tpr, color=color, ls=style, lw=1.2, label=f"{name} (AUROC {auc(fpr, tpr):.3f})")
+        pr_ax.step(recall, precision, where="post", color=color, ls=style, lw=1.2, label=f"{name} (AP {ap:.3f})")
 
     roc_ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="chance")
     roc_ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)")
@@ -92,7 +97,10 @@ def plot_roc_pr(
         ax.set_ylim(0, 1.02)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if ax is roc_ax else "upper right", fontsize=7, ncol=1 + len(subset) // 14)
+        if outside:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, ncol=2, frameon=False)
+        else:
+            ax.legend(loc="lower right" if ax is roc_ax else "upper right", fontsize=7)
     if title:
         figure.suptitle(title)
     if omitted:
