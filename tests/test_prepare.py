@@ -21,6 +21,7 @@ from pipeline.data import (
     build_nih_datalist,
     check_datalist_leakage,
     check_patient_leakage,
+    count_table,
     load_datalist,
     load_label_set,
     patient_split,
@@ -133,6 +134,20 @@ def test_nih_drops_rows_whose_image_is_missing(tmp_path, caplog):
 
     unchecked = build_nih_datalist(csv_path, images, check_files=False)
     assert len(all_items(unchecked)) == len(rows)
+
+
+def test_nih_official_test_list_is_kept_and_validation_carved(tmp_path):
+    rows = many_nih_rows(150)
+    csv_path, images = write_nih(tmp_path, rows)
+    test_patients = {row[2] for row in rows if row[2] % 4 == 0}
+    test_images = {row[0] for row in rows if row[2] in test_patients}
+    test_list = tmp_path / "test_list.txt"
+    test_list.write_text("\n".join(sorted(test_images)) + "\n")
+
+    datalist = build_nih_datalist(csv_path, images, test_list=test_list, val_fraction=0.1)
+    assert {Path(item["image"]).name for item in datalist["test"]} == test_images
+    assert datalist["validation"]
+    check_datalist_leakage(datalist)
 
 
 def test_nih_missing_image_folder_raises(tmp_path):
@@ -417,6 +432,12 @@ def test_chexpert_uncertain_and_blank_policies(tmp_path, uncertain, blank):
         assert item["label"] == expected
         assert item["patient"] == row[0].split("/")[2]
     assert datalist["labels"] == list(CHEXPERT_LABELS)
+
+    table = count_table(datalist)
+    values = np.array([item["label"] for item in all_items(datalist)])
+    assert table.loc[list(CHEXPERT_LABELS), list(SPLITS)].to_numpy().sum() == (values == 1.0).sum()
+    has_unknown = bool((values == -1.0).any())
+    assert ("training unknown" in table.columns) == has_unknown
 
 
 def test_chexpert_keeps_patients_together_and_filters_frontal(tmp_path):

@@ -219,7 +219,7 @@ def _build_and_write(args: argparse.Namespace, builder, *positional, **options) 
     elapsed = time.perf_counter() - started
 
     print(f"Positive images per label and split ({datalist['name']}, label set {datalist['label_set']}):")
-    print(count_table(datalist).to_string())
+    print(count_table(datalist).astype("string").fillna("-").to_string())
     total = sum(len(datalist[split]) for split in ("training", "validation", "test"))
     print(f"Wrote {path} ({total} images, {len(datalist['labels'])} labels) in {elapsed:.1f} s")
     return 0

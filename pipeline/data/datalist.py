@@ -316,6 +316,9 @@ def assemble_datalist(
             f"row counts disagree: {n_rows} images, {len(patients)} patients, {len(splits)} splits, label matrix "
             f"{values.shape} for {len(label_set)} labels"
         )
+    unknown_splits = set(pd.unique(np.asarray(splits, dtype=object))) - set(SPLITS)
+    if unknown_splits:
+        raise ValueError(f"split names must be among {SPLITS}, got {sorted(map(str, unknown_splits))}")
     patients = pd.Series(patients, dtype="string").reset_index(drop=True)
     check_patient_leakage(patients, splits, allow_leakage=allow_leakage, source=source)
 
@@ -941,7 +944,8 @@ def load_datalist(
 def count_table(datalist: Mapping[str, object]) -> pd.DataFrame:
     """Positives per label and split (plus image and patient totals) as a frame for printing.
 
-    Uses ``metadata["counts"]`` when present, else counts the entries.
+    Unknown (-1) counts get their own columns when any label has some. Uses ``metadata["counts"]`` when present,
+    else counts the entries.
     """
     labels = list(datalist["labels"])
     counts = (datalist.get("metadata") or {}).get("counts")
@@ -955,10 +959,13 @@ def count_table(datalist: Mapping[str, object]) -> pd.DataFrame:
                 "images": len(items),
                 "patients": int(patients.nunique()),
                 "positives": dict(zip(labels, (values == POSITIVE).sum(axis=0).tolist(), strict=True)),
+                "unknown": dict(zip(labels, (values == UNKNOWN).sum(axis=0).tolist(), strict=True)),
             }
-    table = pd.DataFrame({split: counts[split]["positives"] for split in SPLITS}).reindex(labels)
-    totals = pd.DataFrame(
-        {split: [counts[split]["images"], counts[split]["patients"]] for split in SPLITS},
-        index=["(images)", "(patients)"],
-    )
-    return pd.concat([table, totals]).astype(int)
+    columns = {split: counts[split]["positives"] for split in SPLITS}
+    totals = {split: [counts[split]["images"], counts[split]["patients"]] for split in SPLITS}
+    if any(any(counts[split].get("unknown", {}).values()) for split in SPLITS):
+        for split in SPLITS:
+            columns[f"{split} unknown"] = counts[split]["unknown"]
+            totals[f"{split} unknown"] = [pd.NA, pd.NA]
+    table = pd.DataFrame(columns).reindex(labels)
+    return pd.concat([table, pd.DataFrame(totals, index=["(images)", "(patients)"])]).astype("Int64")

@@ -160,8 +160,9 @@ def compute_groups(
 def find_config_dir() -> Path:
     """Locate the project's ``configs`` folder.
 
-    Looks, in order, at ``$PIPELINE_CONFIG_DIR``, then at ``configs/`` in the current directory and in every folder
-    above this package file.
+    Looks, in order, at ``$PIPELINE_CONFIG_DIR``, then at ``configs/`` in every folder above this package file (the
+    repository root for a source checkout), then in the current directory (for an installed package run from a
+    checkout).
 
     Raises:
         FileNotFoundError: when no candidate holds a ``labels`` folder.
@@ -173,13 +174,13 @@ def find_config_dir() -> Path:
             raise FileNotFoundError(f"{CONFIG_DIR_ENV}={env_value} has no 'labels' folder")
         return path
 
-    candidates = [Path.cwd() / "configs"]
-    candidates += [parent / "configs" for parent in Path(__file__).resolve().parents]
+    candidates = [parent / "configs" for parent in Path(__file__).resolve().parents]
+    candidates.append(Path.cwd() / "configs")
     for candidate in candidates:
         if (candidate / "labels").is_dir():
             return candidate
     raise FileNotFoundError(
-        f"cannot find a configs/labels folder (looked in the current directory and above {Path(__file__).parent}); "
+        f"cannot find a configs/labels folder (looked above {Path(__file__).parent} and in the current directory); "
         f"set {CONFIG_DIR_ENV} to the project's configs folder"
     )
 
