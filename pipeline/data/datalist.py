@@ -278,6 +278,21 @@ def _warn_empty_labels(counts: Mapping[str, Mapping[str, object]]) -> None:
             )
 
 
+def _label_lists(values: np.ndarray) -> list[list[float]]:
+    """One Python list per row, built from the distinct rows only.
+
+    Large datasets have few distinct label vectors, so converting those once and copying the small lists is much
+    cheaper than creating a float object per cell. Each row still gets its own list.
+    """
+    if len(values) == 0:
+        return []
+    values = np.ascontiguousarray(values)
+    rows = values.view(np.dtype((np.void, values.dtype.itemsize * values.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    distinct = values[first].tolist()
+    return [list(distinct[code]) for code in inverse.ravel().tolist()]
+
+
 def assemble_datalist(
     *,
     name: str,
@@ -327,7 +342,7 @@ def assemble_datalist(
 
     image_list = images.astype("string").tolist()
     patient_list = patients.tolist()
-    label_rows = values.tolist()
+    label_rows = _label_lists(values)
     datalist: dict[str, object] = {"name": name, "labels": list(label_set.labels), "label_set": label_set.name}
     for split in SPLITS:
         rows = np.flatnonzero(splits == split)
