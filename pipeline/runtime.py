@@ -138,3 +138,39 @@ def git_commit(start: str | os.PathLike = ".") -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def find_images(inputs: str | os.PathLike | list[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Inference items for files and folders (searched recursively) of DICOM, PNG and JPEG images.
+
+    Files named explicitly are always kept (a bad one then fails or is skipped by the bad-file policy); inside
+    folders, files with an image suffix are kept, and files without a suffix when they carry the DICOM preamble.
+    """
+    paths = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            for path in sorted(entry.rglob("*")):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and _looks_like_dicom(path)):
+                    found.append(path)
+        elif entry.exists():
+            found.append(entry)
+        else:
+            raise FileNotFoundError(f"input not found: {entry}")
+    if not found:
+        raise ValueError(f"no DICOM, PNG or JPEG files found in {', '.join(map(str, paths))}")
+    return [{"image": str(p.resolve()), "path": str(p.resolve())} for p in found]

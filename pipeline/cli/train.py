@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     if not args.no_evaluate:
-        overrides["finalize"] = ["$@mlflow::run.finish_training(@train::trainer, @ckpt_dir, keep_open=True)"]
+        overrides["finalize"] = [
+            "$@mlflow::run.log_skipped(@skip_log)",
+            "$@mlflow::run.finish_training(@train::trainer, @ckpt_dir, keep_open=True)",
+        ]
     overrides.update(_bundle.parse_set(args.set))
 
     _bundle.run_workflow(

@@ -156,6 +156,16 @@ class RunBinding:
         if self.config_file and Path(self.config_file).is_file():
             self.log_artifact(self.config_file, "run_info")
 
+    def log_skipped(self, skip_log: Any) -> None:
+        """Record unreadable files skipped under the ``skip`` policy: a count metric and the CSV listing them."""
+        if not self.enabled or skip_log is None:
+            return
+        self.log_metrics({"data/skipped_files": float(skip_log.count)})
+        if skip_log.count:
+            logger.warning("%d unreadable file(s) were skipped; see %s", skip_log.count, skip_log.csv_path)
+        if skip_log.csv_path is not None:
+            self.log_artifact(skip_log.write_csv(), "data")
+
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED (or FAILED)."""
         if self.enabled and self.run_id is not None:
