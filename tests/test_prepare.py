@@ -150,6 +150,17 @@ def test_nih_official_test_list_is_kept_and_validation_carved(tmp_path):
     check_datalist_leakage(datalist)
 
 
+def test_nih_image_in_two_folders_uses_the_first_and_warns(tmp_path, caplog):
+    rows = [("00000001_000.png", "Mass", 1), ("00000002_000.png", "Edema", 2)]
+    csv_path, images = write_nih(tmp_path, rows)
+    touch(images / "images_009" / "images" / "00000001_000.png")
+    with caplog.at_level(logging.WARNING):
+        datalist = build_nih_datalist(csv_path, images, val_fraction=0.0, test_fraction=0.0)
+    by_name = {Path(item["image"]).name: item["image"] for item in datalist["training"]}
+    assert by_name["00000001_000.png"] == str((images / "images_001" / "images" / "00000001_000.png").resolve())
+    assert any("more than one folder" in record.getMessage() for record in caplog.records)
+
+
 def test_nih_missing_image_folder_raises(tmp_path):
     csv_path, _ = write_nih(tmp_path, many_nih_rows(3))
     with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -62,11 +62,19 @@ def index_by_name(root: str | os.PathLike[str]) -> pd.Series:
     return index
 
 
-def existing_mask(relative_paths: pd.Series, root: str | os.PathLike[str]) -> np.ndarray:
-    """Whether each relative path exists as a file under ``root``, from one listing of the tree.
+def existing_files_mask(paths: pd.Series) -> np.ndarray:
+    """Whether each absolute path is an existing file, listing each distinct folder once.
 
-    Paths are compared after turning ``\\`` into ``/`` and dropping a leading ``./``.
+    One ``os.scandir`` per folder replaces one ``stat`` per row, which matters on network file systems and for
+    hundreds of thousands of images.
     """
-    present = pd.Index(list_files(root))
-    wanted = relative_paths.astype("string").str.replace("\\", "/", regex=False).str.removeprefix("./")
-    return wanted.isin(present).to_numpy(dtype=bool)
+    text = paths.astype("string")
+    folders = text.str.rsplit("/", n=1).str[0]
+    present: list[str] = []
+    for folder in pd.unique(folders.to_numpy()):
+        try:
+            with os.scandir(folder or "/") as entries:
+                present.extend(f"{folder}/{entry.name}" for entry in entries if entry.is_file())
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return text.isin(pd.Index(present)).to_numpy(dtype=bool)
