@@ -4,7 +4,8 @@ Entry points:
 
 * :func:`read_xray` and :class:`ImageReadError`: one file to a float32 (rows, cols) array, bone bright.
 * :class:`XRayReader`: the MONAI ``ImageReader`` for ``LoadImaged`` (same code path as ``read_xray``).
-* :class:`SkipBadFiles`, :func:`collate_skipping`, :class:`SkipLog`: the ``"stop"``/``"skip"`` bad-file policy.
+* :class:`SkipBadFiles`, :class:`SkippingDataLoader` (or :func:`collate_skipping`), :class:`SkipLog`: the
+  ``"stop"``/``"skip"`` bad-file policy.
 * :func:`make_dataset`: a (persistent-cached) MONAI dataset wrapped with the bad-file policy.
 
 ``read_xray`` needs neither MONAI nor torch; the MONAI-based names are imported on first use, so that reading a
@@ -27,6 +28,7 @@ _LAZY = {
     "SkipBadFiles": "pipeline.io.skip",
     "SkipLog": "pipeline.io.skip",
     "SkippedFile": "pipeline.io.skip",
+    "SkippingDataLoader": "pipeline.io.skip",
     "collate_skipping": "pipeline.io.skip",
     "skipped_records": "pipeline.io.skip",
     "FileStatHash": "pipeline.io.cache",
@@ -44,6 +46,7 @@ __all__ = [
     "SkipBadFiles",
     "SkipLog",
     "SkippedFile",
+    "SkippingDataLoader",
     "XRayReader",
     "collate_skipping",
     "find_image_read_error",

@@ -9,6 +9,8 @@ Pieces, all safe with DataLoader workers (records travel inside the batch, never
   ``list_data_collate`` and stores the markers as a JSON string under :data:`SKIPPED_KEY`. A string is kept whole by
   ``decollate_batch`` and by pinning, so the key survives every MONAI workflow step without upsetting batch sizes.
   A batch whose items were all skipped holds only that key.
+* :class:`SkippingDataLoader` (a MONAI ``DataLoader`` using that collate) drops batches left empty, which an
+  engine could not run; under ``"skip"`` its length is therefore unknown (see the class notes).
 * :class:`SkipLog` gathers the records in the main process (by ignite handler, or by wrapping a plain loader),
   counts distinct files and writes them to a CSV file.
 """
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from monai.data import list_data_collate
+from monai.data import DataLoader, list_data_collate
 from torch.utils.data import Dataset as TorchDataset
 
 from pipeline.io.errors import ImageReadError, find_image_read_error
@@ -35,6 +37,7 @@ __all__ = [
     "SkipBadFiles",
     "SkipLog",
     "SkippedFile",
+    "SkippingDataLoader",
     "collate_skipping",
     "is_empty_batch",
     "skipped_records",
@@ -113,6 +116,10 @@ def collate_skipping(batch: Sequence[Any]) -> dict:
     return collated
 
 
+def _dump_records(records: Sequence[SkippedFile]) -> str:
+    return json.dumps([record._asdict() for record in records])
+
+
 def skipped_records(batch: Mapping) -> list[SkippedFile]:
     """The files skipped while building ``batch`` (a :func:`collate_skipping` output); empty when none."""
     raw = batch.get(SKIPPED_KEY)
@@ -126,6 +133,56 @@ def skipped_records(batch: Mapping) -> list[SkippedFile]:
 def is_empty_batch(batch: Mapping) -> bool:
     """True when every item of a :func:`collate_skipping` batch was skipped."""
     return set(batch) <= {SKIPPED_KEY}
+
+
+class SkippingDataLoader(DataLoader):
+    """MONAI ``DataLoader`` for :class:`SkipBadFiles` datasets that never yields a batch whose items were all skipped.
+
+    It collates with :func:`collate_skipping` (unless another ``collate_fn`` is given) and moves the records of a
+    dropped batch onto the next batch it yields, so a :class:`SkipLog` attached to the engine still sees them;
+    records left after the last batch go to ``skip_log`` directly (or to a warning when there is none).
+
+    Under the ``"skip"`` policy the number of batches is not known in advance, so ``len()`` raises ``TypeError``,
+    which MONAI workflows and ignite take as "unknown epoch length" (the epoch ends when the loader is exhausted).
+    A length would make ignite restart the loader to make up a dropped batch, repeating evaluation samples.
+    Under ``"stop"`` it has the usual length.
+
+    Args:
+        dataset: a :class:`SkipBadFiles` (as returned by :func:`~pipeline.io.cache.make_dataset`) or any dataset.
+        skip_log: receives records that no later batch could carry.
+        kwargs: ``monai.data.DataLoader`` / ``torch.utils.data.DataLoader`` arguments.
+    """
+
+    def __init__(self, dataset: Any, skip_log: SkipLog | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("collate_fn", collate_skipping)
+        super().__init__(dataset, **kwargs)
+        self.skip_log = skip_log
+
+    def __len__(self) -> int:
+        if getattr(self.dataset, "policy", None) == "skip":
+            raise TypeError("SkippingDataLoader has no length under the 'skip' policy: empty batches are dropped")
+        return super().__len__()
+
+    def __iter__(self) -> Iterator[Any]:
+        pending: list[SkippedFile] = []
+        for batch in super().__iter__():
+            if not isinstance(batch, Mapping) or SKIPPED_KEY not in batch:
+                yield batch
+                continue
+            records = skipped_records(batch)
+            if is_empty_batch(batch):
+                pending.extend(records)
+                continue
+            if pending:
+                batch[SKIPPED_KEY] = _dump_records([*pending, *records])
+                pending = []
+            yield batch
+        if pending:
+            if self.skip_log is not None:
+                for record in pending:
+                    self.skip_log.add(record.path, record.reason)
+            else:
+                logger.warning("%d unreadable file(s) skipped in the last batches", len(pending))
 
 
 class SkipLog:
