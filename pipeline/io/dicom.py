@@ -84,10 +84,13 @@ def read_dicom(
     if "PixelData" not in ds:
         if force:
             raise ImageReadError(path, "not a DICOM, PNG or JPEG file (no DICM marker and no pixel data)")
-        if "Rows" in ds and "Columns" in ds:
-            # pydicom stops quietly at the end of a file, so a cut inside the pixel data leaves image attributes only.
-            raise ImageReadError(path, "DICOM has image attributes but no PixelData: the file is truncated")
-        raise ImageReadError(path, f"DICOM holds no PixelData: not an image, or truncated ({_sop_class_name(ds)})")
+        # pydicom stops at the end of a file without raising: a cut inside the pixel data leaves the other
+        # attributes only, or (inside encapsulated fragments) no data elements at all.
+        if len(ds) == 0:
+            raise ImageReadError(path, "no data elements after the file meta: the file is truncated or corrupt")
+        if ("Rows" in ds and "Columns" in ds) or "Image Storage" in _sop_class_name(ds):
+            raise ImageReadError(path, f"image without PixelData: the file is truncated ({_sop_class_name(ds)})")
+        raise ImageReadError(path, f"DICOM holds no PixelData: not an image ({_sop_class_name(ds)})")
 
     n_frames = _number_of_frames(ds)
     if n_frames > 1 and multiframe == "reject":
