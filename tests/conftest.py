@@ -40,3 +40,18 @@ def synthetic_datalist(tmp_path_factory) -> Path:
         csv, path_column="path", patient_column="patient", label_columns=list(SYNTHETIC_LABELS[:4]), seed=0
     )
     return write_datalist(datalist, folder / "datalist.json")
+
+
+FAST_TRAIN = ("--epochs", "1", "--image-size", "32", "--batch-size", "16", "--num-workers", "0")
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_datalist, tmp_path_factory):
+    """One short training + evaluation through the CLI, shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("train")
+    result = run_cli(
+        "train", "--datalist", str(synthetic_datalist), "--output-dir", str(out), "--loss", "ral", *FAST_TRAIN,
+        "--set", "n_bootstrap=20",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

@@ -12,15 +12,10 @@ import pytest
 
 from tests.conftest import run_cli
 
-FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--num-workers", "0", "--set", "n_bootstrap=20"]
-
 
 @pytest.fixture(scope="module")
-def trained(synthetic_datalist, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    result = run_cli("train", "--datalist", str(synthetic_datalist), "--output-dir", str(out), "--loss", "ral", *FAST)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+def trained(trained_run):
+    return trained_run, None
 
 
 def _client(out: Path) -> mlflow.MlflowClient:

@@ -190,9 +190,12 @@ class BoundMLFlowHandler(MLFlowHandler):
     """
 
     def __init__(self, binding: RunBinding, **kwargs: Any):
+        self.binding = binding
+        if not binding.enabled:
+            # Other ranks never open the store: concurrent first opens of a SQLite store race on its schema.
+            return
         kwargs.setdefault("artifact_location", artifact_location(binding.tracking_uri))
         super().__init__(**kwargs)
-        self.binding = binding
 
     def attach(self, engine: Engine) -> None:
         if self.binding.enabled:
