@@ -383,3 +383,23 @@ def test_skip_logs_name_the_file_not_the_patient(tmp_path, caplog):
     assert any(str(path) in record.getMessage() for record in caplog.records)
     for record in caplog.records:
         assert_no_identifying_text(record.getMessage())
+
+
+def test_records_of_trailing_empty_batches_reach_the_skip_log(mixed_items):
+    from pipeline.io import SkipLog, SkippingDataLoader, make_dataset
+
+    items, good, bad = mixed_items
+    skip_log = SkipLog()
+    dataset = make_dataset(good[:1] + bad[:5], chain(), bad_file_policy="skip")
+    batches = list(SkippingDataLoader(dataset, batch_size=2, skip_log=skip_log))
+
+    assert len(batches) == 1 and batches[0]["id"] == [good[0]["id"]]
+    carried = {record.path for record in skipped_records_of(batches[0])}
+    assert carried == {bad[0]["image"]}  # the only bad file that shared a batch with a good one
+    assert {record.path for record in skip_log.records} == {item["image"] for item in bad[1:5]}
+
+
+def skipped_records_of(batch):
+    from pipeline.io import skipped_records
+
+    return skipped_records(batch)

@@ -10,6 +10,22 @@ Entry points:
 
 ``read_xray`` needs neither MONAI nor torch; the MONAI-based names are imported on first use, so that reading a
 file (e.g. while preparing a datalist) does not pay for importing MONAI.
+
+Wiring in a MONAI bundle (ignite workflows)::
+
+    "load": {"_target_": "LoadImaged", "keys": "image", "reader": {"_target_": "pipeline.io.XRayReader"},
+             "image_only": true, "ensure_channel_first": true}          # image: (1, rows, cols), rows top-down
+    "dataset": {"_target_": "pipeline.io.make_dataset", "items": ..., "transform": "@preprocessing",
+                "cache_dir": "@cache_dir", "bad_file_policy": "@bad_file_policy"}   # "stop" | "skip"
+    "dataloader": {"_target_": "pipeline.io.SkippingDataLoader", "dataset": "@dataset", "batch_size": ...,
+                   "num_workers": ..., "skip_log": "@skip_log"}       # collate_fn defaults to collate_skipping
+    "skip_log": {"_target_": "pipeline.io.SkipLog", "csv_path": "<output_dir>/skipped_files.csv"}
+    handlers: ["@skip_log", ...]                                      # trainer and evaluator alike
+
+Each batch carries the files skipped while it was built under ``SKIPPED_KEY`` ("skipped_files", a JSON string);
+``SkipLog`` collects them at ``GET_BATCH_COMPLETED``, exposes ``count``/``records`` and writes the CSV file at each
+epoch end. Under ``"skip"`` the loader has no length (batches left empty are dropped), so ``epoch_length`` stays
+unknown until the loader is exhausted.
 """
 
 from __future__ import annotations
