@@ -22,6 +22,7 @@ _GRAY_MODES = ("L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _RGB_MODES = ("RGB", "RGBA", "RGBX", "RGBa")
 _ALPHA_GRAY_MODES = ("LA", "La")
 _CONVERT_TO_RGB = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+_EXIF_ORIENTATION = 0x0112
 
 
 def read_raster(path: str) -> np.ndarray:
@@ -41,8 +42,9 @@ def read_raster(path: str) -> np.ndarray:
             if img.format not in RASTER_FORMATS:
                 raise ImageReadError(path, f"unsupported image format {img.format!r}; expected DICOM, PNG or JPEG")
             img.load()
-            oriented = ImageOps.exif_transpose(img)
-            return _to_luminance(oriented, path)
+            if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                img = ImageOps.exif_transpose(img)
+            return _to_luminance(img, path)
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow signals corrupt data with OSError, SyntaxError, ValueError...
