@@ -76,7 +76,7 @@ def read_dicom(
     """
     try:
         ds = pydicom.dcmread(path, force=force)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means an unreadable file
+    except Exception as exc:  # any parser failure means an unreadable file
         # The parser saw the header bytes before failing, so its message is not quoted: only its type is.
         raise ImageReadError(path, f"DICOM header is truncated or corrupt ({_type_name(exc)})") from None
     identifying = _identifying_values(ds)
@@ -104,7 +104,7 @@ def read_dicom(
         if n_frames > 1:
             ds.pixel_array_options(index=0)
         pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types for truncated or corrupt streams
+    except Exception as exc:  # decoders raise many types for truncated or corrupt streams
         reason = redact(f"pixel data cannot be decoded ({_type_name(exc)}: {exc})", identifying)
         raise ImageReadError(path, reason) from (exc if _chain_is_clean(exc, identifying) else None)
 
@@ -118,7 +118,7 @@ def read_dicom(
             raise ImageReadError(path, f"unsupported PhotometricInterpretation {photometric!r}")
     except ImageReadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - malformed LUTs and attributes surface as assorted errors
+    except Exception as exc:  # malformed LUTs and attributes surface as assorted errors
         reason = redact(f"pixel values cannot be converted ({_type_name(exc)}: {exc})", identifying)
         raise ImageReadError(path, reason) from (exc if _chain_is_clean(exc, identifying) else None)
 

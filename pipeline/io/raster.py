@@ -47,7 +47,7 @@ def read_raster(path: str) -> np.ndarray:
             return _to_luminance(img, path)
     except ImageReadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Pillow signals corrupt data with OSError, SyntaxError, ValueError...
+    except Exception as exc:  # Pillow signals corrupt data with OSError, SyntaxError, ValueError...
         raise ImageReadError(path, f"image data cannot be decoded ({type(exc).__name__}: {exc})") from exc
 
 
