@@ -83,3 +83,58 @@ def test_bad_datalist_path_is_a_clear_error(tmp_path):
     result = run_cli("train", "--datalist", str(tmp_path / "missing.json"), "--output-dir", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "missing.json" in result.stderr and "not found" in result.stderr
+
+
+def test_best_model_is_registered_and_loadable(trained, monkeypatch):
+    out, _ = trained
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    versions = client.search_model_versions("name='cxr_ral_densenet121'")
+    assert len(versions) >= 1
+    _, runs = _runs(out)
+    assert {v.run_id for v in versions} == {runs[0].info.run_id}, "registered from the training run itself"
+    import torch
+    from mlflow import pytorch as mlflow_pytorch
+
+    model = mlflow_pytorch.load_model(f"models:/cxr_ral_densenet121/{versions[0].version}")
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_config_only_switch_to_convnext_and_cxr_lt_labels(tmp_path):
+    """A CXR-LT style CSV (26 findings) and a ConvNeXt override file train without code changes."""
+    import numpy as np
+
+    from pipeline.data import load_label_set
+    from pipeline.synthetic import SyntheticSpec, generate
+    from tests.conftest import REPO_ROOT
+
+    csv = generate(tmp_path / "data", SyntheticSpec(num_images=60, image_size=32, num_labels=4, seed=3))
+    frame = pd.read_csv(csv)
+    labels = load_label_set("cxr_lt_2023").labels
+    rng = np.random.default_rng(0)
+    challenge = pd.DataFrame(
+        {"dicom_id": [f"d{i}" for i in range(len(frame))], "subject_id": frame["patient"],
+         "study_id": [f"s{i}" for i in range(len(frame))], "fpath": frame["path"]}
+    )  # fmt: skip
+    for label in labels:
+        challenge[label] = (rng.random(len(frame)) < 0.3).astype(int)
+    challenge.to_csv(tmp_path / "data" / "cxr_lt.csv", index=False)
+    datalist = tmp_path / "datalist.json"
+    result = run_cli("prepare", "cxr-lt", "--labels", str(tmp_path / "data" / "cxr_lt.csv"), "--out", str(datalist))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "--datalist", str(datalist), "--output-dir", str(out), "--epochs", "1", "--image-size", "32",
+        "--batch-size", "8", "--num-workers", "0", "--config", str(REPO_ROOT / "configs/network/convnext_tiny.json"),
+        "--set", "n_bootstrap=0", "--set", "log_model=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = _runs(out)[1][0]
+    assert run.data.params["network"] == "convnext_tiny"
+    assert run.data.params["num_labels"] == "26"
+    assert (
+        "test/auroc/Calcification_of_the_Aorta" in run.data.metrics
+        or "Calcification of the Aorta" in run.data.tags.get("test/undefined_labels", "")
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pytorch
 from ignite.engine import Engine
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from monai.handlers import MLFlowHandler
@@ -165,6 +166,36 @@ class RunBinding:
             logger.warning("%d unreadable file(s) were skipped; see %s", skip_log.count, skip_log.csv_path)
         if skip_log.csv_path is not None:
             self.log_artifact(skip_log.write_csv(), "data")
+
+    def log_model(
+        self, network: Any, image_size: int, registered_name: str | None = None, in_channels: int = 1
+    ) -> None:
+        """Log the network as an MLflow PyTorch model with an input example, and register it under a name.
+
+        The model is logged as ``model`` in the run; with ``registered_name`` a new version of that registered
+        model is created. Pip requirements are the installed versions of the packages the model needs, stated
+        rather than inferred (inference would import and run the model in a subprocess). The model is pickled
+        rather than exported with ``torch.export``, whose static shapes would fix the batch size to the example's.
+        """
+        if not self.enabled:
+            return
+        import numpy as np
+        import torch
+
+        module = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+        module = module.eval().cpu() if next(module.parameters()).device.type != "cpu" else module.eval()
+        example = np.zeros((1, int(in_channels), int(image_size), int(image_size)), dtype=np.float32)
+        versions = runtime.package_versions()
+        requirements = [f"{name}=={versions[name]}" for name in ("torch", "torchvision", "monai")]
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                module, name="model", input_example=example, pip_requirements=requirements,
+                registered_model_name=registered_name or None, serialization_format="pickle",
+            )  # fmt: skip
+        logger.info(
+            "logged the model as %s%s", info.model_uri, f", registered as {registered_name}" * bool(registered_name)
+        )
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED (or FAILED)."""
