@@ -148,6 +148,20 @@ def test_counts_rows_explain_undefined_labels(store):
         assert table.loc[f"positives {label}", table.columns[0]] == str(int(count))
 
 
+def test_validation_split_has_only_the_rows_validation_computes(store, synthetic_datalist):
+    uri, _, _ = store
+    comparison = compare_runs(uri, EXPERIMENT, split="val")
+    assert [run.title for run in comparison.runs] == [
+        "tinydensenet-RobustAsymmetricLoss-seed0", "tinydensenet-RobustAsymmetricLoss-seed1"
+    ], "the hand-logged run has no validation metrics"  # fmt: skip
+    labels = json.loads(Path(synthetic_datalist).read_text())["labels"]
+    assert set(comparison.formatted().index) == {f"AUROC {label}" for label in labels} | {"macro AUROC"}
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for column in comparison.runs:
+        logged = client.get_run(column.run_id).data.metrics["val/macro_auroc"]
+        assert comparison.value.loc["macro AUROC", column.title] == logged
+
+
 def test_run_selection_by_id_and_name_keeps_the_given_order(store):
     uri, _, hand_id = store
     everything = compare_runs(uri, EXPERIMENT)

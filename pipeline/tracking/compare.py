@@ -344,14 +344,15 @@ def comparison_from_runs(runs: Sequence[Run], split: str = "test", counts: bool 
             high[title].append(float(metrics.get(high_name, nan)) if row.with_ci else nan)
             logged[title].append(present or (evaluated and applies))
 
-    # A summary row that no run has (e.g. micro AP in older runs) is dropped rather than shown as all "-".
+    # A statistic no run logged for any label (AP of a validation split, micro AP of older runs) was not computed
+    # at all: its rows are dropped rather than shown as undefined.
+    computed = {key.split("/")[1] for run in runs for key in run.data.metrics if key.startswith(f"{split}/")}
+    keep = [row.metric in computed for row in rows]
     index = [row.title for row in rows]
-    frames = [pd.DataFrame(data, index=index, columns=titles) for data in (value, low, high)]
-    logged_frame = pd.DataFrame(logged, index=index, columns=titles).astype(bool)
-    keep = logged_frame.any(axis=1)
-    frames = [frame[keep] for frame in frames]
+    frames = [pd.DataFrame(data, index=index, columns=titles)[keep] for data in (value, low, high)]
+    logged_frame = pd.DataFrame(logged, index=index, columns=titles).astype(bool)[keep]
     integer_rows = frozenset(row.title for row in rows if row.integer)
-    return RunComparison(columns, *frames, logged_frame[keep], integer_rows)
+    return RunComparison(columns, *frames, logged_frame, integer_rows)
 
 
 def compare_runs(
