@@ -152,8 +152,10 @@ def binary_targets(
         ValueError: if a target is neither 0, 1, NaN nor the ignore value, or a weight does not have C entries.
     """
     y = targets.to(dtype)
-    # Fast check without boolean tensors: y (1 - y) is 0 exactly for 0 and 1, and NaN or non-zero otherwise.
-    if not bool(torch.any(y - y * y)):
+    # Fast check without boolean tensors: y (1 - y) is 0 exactly for 0 and 1, and NaN or non-zero otherwise
+    # (aminmax propagates NaN).
+    low, high = torch.aminmax(y - y * y)
+    if low.item() == 0.0 and high.item() == 0.0:
         is_pos, is_neg, count = y, torch.rsub(y, 1.0), y.numel()
     else:
         pos = y == 1

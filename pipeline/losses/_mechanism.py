@@ -122,10 +122,12 @@ def _polynomial(base: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor |
     """
     if not coeffs:
         return None
-    result = torch.full_like(base, coeffs[-1])
-    for coeff in reversed(coeffs[:-1]):
-        result.mul_(base).add_(coeff)
-    return result
+    if len(coeffs) == 1:
+        return torch.full_like(base, coeffs[0])
+    result = base * coeffs[-1]
+    for coeff in reversed(coeffs[1:-1]):
+        result.add_(coeff).mul_(base)
+    return result.add_(coeffs[0]) if coeffs[0] else result
 
 
 def _polynomial_autograd(base: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor | None:
@@ -232,8 +234,9 @@ def composed_elementwise(logits: torch.Tensor, terms: AsymmetricTerms) -> tuple[
     log_p = F.logsigmoid(shifted)
     one_minus_p = torch.sigmoid(-shifted)
     probs = torch.sigmoid(logits)
+    one_minus_probs = torch.sigmoid(-logits) if terms.margin else one_minus_p
     log_one_minus_probs = F.logsigmoid(-logits) if terms.clip == 0 else None
-    p_m, q, log_q = shifted_negative(probs, torch.sigmoid(-logits), log_one_minus_probs, terms.clip)
+    p_m, q, log_q = shifted_negative(probs, one_minus_probs, log_one_minus_probs, terms.clip)
     return branch_losses(log_p, one_minus_p, probs, p_m, q, log_q, terms)
 
 
@@ -344,30 +347,29 @@ def closed_form(
     del t, bound
     u = torch.rsub(z, 1.0)
 
-    # Positive branch: loss and derivative (sign included) go straight into the two outputs.
+    # Positive branch, weighted: the loss goes into the output buffer, the derivative (without its minus sign)
+    # into grad_pos.
     base_pos = _polynomial(u, terms.pos_poly)
     base_pos = neg_log_z if base_pos is None else base_pos.add_(neg_log_z)
     focus_pos = _power(u, terms.gamma_pos)
     loss = torch.mul(base_pos, pos_weight)
-    grad = _polynomial(u, _derivative_coeffs(terms.pos_poly))
-    grad = u.clone() if grad is None else grad.mul_(p_t).add_(1.0).mul_(u)
+    grad_pos = _polynomial(u, _derivative_coeffs(terms.pos_poly))
+    grad_pos = u.mul(pos_weight) if grad_pos is None else grad_pos.mul_(p_t).add_(1.0).mul_(u).mul_(pos_weight)
     if focus_pos is not None:
         loss.mul_(focus_pos)
-        grad.addcmul_(p_t, base_pos, value=terms.gamma_pos).mul_(focus_pos)
-    grad.mul_(pos_weight).neg_()
+        grad_pos.addcmul_(p_t, base_pos.mul(pos_weight), value=terms.gamma_pos).mul_(focus_pos)
     del base_pos, focus_pos
 
-    # Negative branch.
+    # Negative branch. Buffers of finished quantities are reused: p_t becomes v = dp/dx, z becomes a / q.
     probs = torch.rsub(p_t, 1.0)  # s = sigmoid(x) on negatives
     lamb_minus_q = torch.rsub(z, lamb) if terms.neg_factor == "ral" else None
+    slope = p_t.mul_(probs)
     if clip > 0:
-        d_pm = torch.sign(u).mul_(probs).mul_(p_t)  # a = v [p > m]
-        d_log = z.clamp_(min=tiny).reciprocal_().mul_(d_pm) if terms.neg_log else None  # a / q, reusing z
+        d_pm = torch.sign(u).mul_(slope)  # a = v [p > m]
+        d_log = z.clamp_(min=tiny).reciprocal_().mul_(d_pm) if terms.neg_log else None  # a / q
     else:
-        d_log = probs if terms.neg_log else None  # a / q = p exactly when m = 0
-    slope = p_t.mul_(probs)  # v = dp/dx, reusing p_t
-    if clip == 0:
         d_pm = slope
+        d_log = probs if terms.neg_log else None  # a / q is exactly p when m = 0
     del z, p_t
 
     base_neg = _polynomial(u, terms.neg_poly)
@@ -380,7 +382,7 @@ def closed_form(
             d_base_neg.add_(d_log)
     else:
         d_base_neg = d_log
-    # d(focus * base)/dx and focus * base ("focused"); base_neg is not needed afterwards.
+    # "focused" = u^gamma- * B- and its derivative; base_neg is not needed afterwards.
     if terms.gamma_neg == 0:
         d_focused, focused = d_base_neg, base_neg
     else:
@@ -393,13 +395,16 @@ def closed_form(
 
     if terms.neg_factor == "none":
         loss.addcmul_(focused, neg_weight)
-        if d_focused is not None:
-            grad.addcmul_(d_focused, neg_weight)
-        return loss, grad
+        if d_focused is None:
+            return loss, grad_pos.neg_()
+        return loss, d_focused.mul(neg_weight).sub_(grad_pos)
 
-    # Factor H: h = (lambda - s) s^2, dh/dx = s (2 lambda - 3 s) v; "ral" multiplies by (lambda - q).
-    d_factor = probs.mul(-3.0).add_(2.0 * lamb).mul_(probs)
-    factor = torch.rsub(probs, lamb).mul_(probs).mul_(probs)
+    # Factor H: h = (lambda - s) s^2, dh/dx = s (2 lambda - 3 s) v; "ral" multiplies by (lambda - q), whose
+    # derivative is a.
+    square = probs * probs
+    factor = torch.rsub(probs, lamb).mul_(square)
+    d_factor = torch.mul(probs, 2.0 * lamb).sub_(square, alpha=3.0)
+    del square
     if lamb_minus_q is not None:
         d_factor.mul_(lamb_minus_q)
         if clip > 0:
@@ -409,13 +414,12 @@ def closed_form(
         factor.mul_(lamb_minus_q)
     else:
         d_factor.mul_(slope)
-    # dL-/dx = d(focused)/dx * H + focused * dH/dx
+    # dL-/dx = d(focused)/dx * H + focused * dH/dx, weighted, minus the positive part.
     d_factor.mul_(focused)
     if d_focused is not None:
         d_factor.addcmul_(d_focused, factor)
-    grad.addcmul_(d_factor, neg_weight)
     loss.addcmul_(focused.mul_(factor), neg_weight)
-    return loss, grad
+    return loss, d_factor.mul_(neg_weight).sub_(grad_pos)
 
 
 class _ClosedFormLoss(torch.autograd.Function):
@@ -427,8 +431,9 @@ class _ClosedFormLoss(torch.autograd.Function):
         loss, grad = closed_form(x, is_pos, is_neg, pos_weight, neg_weight, terms)
         ctx.logits_dtype = logits.dtype
         if scale is not None:
-            loss = loss.sum().mul_(scale)
+            loss = loss.sum()
             if scale != 1.0:
+                loss.mul_(scale)
                 grad.mul_(scale)
         ctx.save_for_backward(grad)
         return loss
@@ -436,8 +441,10 @@ class _ClosedFormLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102
         (grad,) = ctx.saved_tensors
-        grad_logits = (grad * grad_output).to(ctx.logits_dtype)
-        return grad_logits, None, None, None, None, None, None
+        # loss.backward() on a CPU scalar passes 1: the saved derivative is then the answer as it is.
+        if not (grad_output.dim() == 0 and grad_output.device.type == "cpu" and grad_output.item() == 1.0):
+            grad = grad * grad_output
+        return grad.to(ctx.logits_dtype), None, None, None, None, None, None
 
 
 def fast_loss(
