@@ -157,15 +157,17 @@ class RunBinding:
         if self.config_file and Path(self.config_file).is_file():
             self.log_artifact(self.config_file, "run_info")
 
-    def log_skipped(self, skip_log: Any) -> None:
-        """Record unreadable files skipped under the ``skip`` policy: a count metric and the CSV listing them."""
+    def log_skipped(self, skip_log: Any, stage: str = "train") -> None:
+        """Record unreadable files skipped under the ``skip`` policy in one stage (``train``, ``test``...): a
+        ``<stage>/skipped_files`` count and the CSV listing them with their reasons, under ``skipped_files/<stage>``.
+        """
         if not self.enabled or skip_log is None:
             return
-        self.log_metrics({"data/skipped_files": float(skip_log.count)})
+        self.log_metrics({f"{stage}/skipped_files": float(skip_log.count)})
         if skip_log.count:
-            logger.warning("%d unreadable file(s) were skipped; see %s", skip_log.count, skip_log.csv_path)
+            logger.warning("%s: %d unreadable file(s) were skipped; see %s", stage, skip_log.count, skip_log.csv_path)
         if skip_log.csv_path is not None:
-            self.log_artifact(skip_log.write_csv(), "data")
+            self.log_artifact(skip_log.write_csv(), f"skipped_files/{stage}")
 
     def log_model(
         self, network: Any, image_size: int, registered_name: str | None = None, in_channels: int = 1
