@@ -187,6 +187,21 @@ def test_values_stay_right_beyond_float32_underflow(fast):
     np.testing.assert_allclose(x.grad.numpy(), [[-1.0, 1.0, 0.0]], atol=1e-6)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "composed"])
+@pytest.mark.parametrize(("cls", "np_fn", "kwargs"), CASES[::2], ids=CASE_IDS[::2])
+def test_float32_accuracy(cls, np_fn, kwargs, fast):
+    """float32 values and gradients stay within float32 rounding of the float64 statement."""
+    logits, targets = _make_data(seed=21, shape=(256, NUM_CLASSES), low=-20.0, high=20.0, masked=False)
+    expected = np_fn(logits, targets, **kwargs)
+    x64 = torch.tensor(logits, requires_grad=True)
+    cls(**kwargs, reduction="sum")(x64, torch.tensor(targets)).backward()
+    x32 = torch.tensor(logits, dtype=torch.float32, requires_grad=True)
+    loss = cls(**kwargs, reduction="sum", fast=fast)(x32, torch.tensor(targets, dtype=torch.float32))
+    loss.backward()
+    assert abs(loss.item() - expected.sum()) <= 1e-5 * abs(expected.sum())
+    np.testing.assert_allclose(x32.grad.numpy(), x64.grad.numpy(), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Fast path against the composed path, and gradcheck.
 
@@ -218,6 +233,19 @@ def test_gradcheck(cls, np_fn, kwargs, fast):
         x = torch.tensor(logits, requires_grad=True)
         check = torch.autograd.gradcheck
         assert check(lambda inp, fn=loss_fn: fn(inp, y), (x,), eps=1e-6, atol=1e-7, fast_mode=reduction == "none")
+
+
+def test_fast_path_saved_gradient_survives_retained_graph_and_grad_reset():
+    x = torch.randn(6, 4, requires_grad=True)
+    y = (torch.rand(6, 4) < 0.4).float()
+    loss = RobustAsymmetricLoss()(x, y)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    x.grad.zero_()
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad, first)
+    (3.0 * loss).backward()
+    torch.testing.assert_close(x.grad, 4.0 * first)
 
 
 def test_fast_path_is_a_custom_function_and_composed_supports_double_backward():
