@@ -185,7 +185,8 @@ def _print_summary(result: EvaluationResult, split: str, paths: Mapping[str, Pat
         if not entry.get("labels"):
             continue
         print(f"  {group:>7}: {len(entry.get('labels', []))} labels, macro AUROC {auroc:.3f}, mAP {ap:.3f}")
-    print(f"artifacts: {Path(next(iter(paths.values()))).parent}")
+    folder = Path(next(iter(paths.values()))).parent
+    print(f"artifacts in {folder} (also in the MLflow run): {', '.join(sorted(paths))}, predictions.csv")
 
 
 def load_thresholds(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, float]:
