@@ -14,7 +14,7 @@ import sys
 from pipeline import __version__
 
 # Modules under pipeline.cli, in the order their verbs appear in --help.
-COMMANDS = ("prepare", "train", "evaluate", "infer", "demo")
+COMMANDS = ("prepare", "train", "evaluate", "infer", "compare", "sweep", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
