@@ -51,13 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     bar: Any = None
+    running: list[str] = []
 
     def on_event(kind: str, child: ChildSpec, record: dict) -> None:
         if bar is None:
             return
         if kind == "start":
-            bar.set_postfix_str(f"running {child.name}", refresh=True)
-        else:
+            running.append(child.name)
+        elif child.name in running:
+            running.remove(child.name)
+        bar.set_postfix_str("running " + ", ".join(running) if running else "", refresh=True)
+        if kind != "start":
             duration = estimates.format_duration(record.get("duration_s"))
             word = "finished" if kind == "finish" else f"FAILED ({record.get('failure')}), log: {record.get('log')}"
             bar.write(f"{child.name}: {word} in {duration}")
