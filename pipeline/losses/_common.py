@@ -151,6 +151,8 @@ def binary_targets(
     Raises:
         ValueError: if a target is neither 0, 1, NaN nor the ignore value, or a weight does not have C entries.
     """
+    # NOTE: checking the targets reads two numbers back to the host: one synchronisation per call on a GPU, the
+    # price of raising ValueError on bad labels instead of training on them silently.
     y = targets.to(dtype)
     # Fast check without boolean tensors: y (1 - y) is 0 exactly for 0 and 1, and NaN or non-zero otherwise
     # (aminmax propagates NaN).

@@ -2,15 +2,14 @@
 
 Papers, by title and arXiv id:
 
-- Focal loss: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", arXiv 1708.02002.
-- ASL: Ridnik, Ben-Baruch, Zamir, Noy, Friedman, Protter, Zelnik-Manor, "Asymmetric Loss For Multi-Label
-  Classification", arXiv 2009.14119.
-- Hill: Zhang, Cheng, Liu, Wang, Xu, Hu, Sun, "Simple and Robust Loss Design for Multi-Label Learning with
-  Missing Labels", arXiv 2112.07368.
-- Poly-1: Leng, Xu, Tan, Huang, Guo, Li, Sun, "PolyLoss: A Polynomial Expansion Perspective of Classification
-  Loss Functions", arXiv 2204.12511.
-- APL: Huang, Deng, Zhang, Zhang, "Asymmetric Polynomial Loss for Multi-Label Classification", arXiv 2304.05361.
-- RAL: Park, Park, Kim, Ryu, "Robust Asymmetric Loss for Multi-Label Long-Tailed Learning", arXiv 2308.05542.
+- Focal loss: Lin et al., "Focal Loss for Dense Object Detection", arXiv 1708.02002.
+- ASL: Ridnik et al., "Asymmetric Loss For Multi-Label Classification", arXiv 2009.14119.
+- Hill: Zhang et al., "Simple and Robust Loss Design for Multi-Label Learning with Missing Labels",
+  arXiv 2112.07368.
+- Poly-1: Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss Functions",
+  arXiv 2204.12511.
+- APL: Huang et al., "Asymmetric Polynomial Loss for Multi-Label Classification", arXiv 2304.05361.
+- RAL: Park et al., "Robust Asymmetric Loss for Multi-Label Long-Tailed Learning", arXiv 2308.05542.
 
 Every loss here is :func:`asymmetric_family_loss` with an :class:`~pipeline.losses._mechanism.AsymmetricTerms`
 setting (the shared formula is in that module's docstring): no loss has its own copy of the arithmetic. Each
@@ -25,7 +24,8 @@ float32 for half-precision logits (float64 for float64 logits), including under 
 
 With ``fast=True`` (default) the loss and its closed-form derivative are computed together in one
 ``torch.autograd.Function``, which makes the backward pass a single multiplication; ``fast=False`` states the
-same formula with autograd-differentiable operations (slower, supports higher-order derivatives).
+same formula with autograd-differentiable operations (slower, supports higher-order derivatives). When no gradient
+is wanted (evaluation, ``torch.no_grad``) the composed computation is used either way, being the cheaper one then.
 """
 
 from __future__ import annotations
