@@ -61,7 +61,7 @@ def metric_name(split: str, metric: str, label: str | None = None) -> str:
 
 def default_run_name(network: str, loss: Any, seed: int) -> str:
     """Run name that says network, loss and seed, made unique by a timestamp."""
-    loss_name = loss if isinstance(loss, str) else type(loss).__name__
+    loss_name = loss if isinstance(loss, str) else getattr(loss, "short_name", type(loss).__name__)
     return f"{network}-{loss_name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
