@@ -155,7 +155,8 @@ def collect_sweep(client: Any, parent_run_id: str) -> SweepRuns:
         parent = client.get_run(parent_run_id)
     except MlflowException as err:
         raise ValueError(f"no run {parent_run_id!r} in {client.tracking_uri}") from err
-    runs = _search_children(client, parent)
+    # In the order they were started, which is the sweep's order: losses are listed as the sweep file lists them.
+    runs = sorted(_search_children(client, parent), key=lambda run: (run.info.start_time or 0, run.info.run_id))
     if not runs:
         raise ValueError(f"run {parent_run_id} has no child runs (tag {PARENT_TAG}) in {client.tracking_uri}")
 

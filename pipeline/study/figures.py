@@ -93,6 +93,9 @@ def plot_sensitivity(
                 level = runs[metric].mean()
                 if math.isfinite(level):
                     ax.axhline(level, color=colours[loss], linestyle="--", linewidth=1.2, label=f"{loss} (not varied)")
+            grid_values = _sorted_values(frame.loc[frame["loss"].isin(varying), name]) if varying else []
+            if grid_values and all(isinstance(v, int | float) for v in grid_values):
+                ax.set_xticks([float(v) for v in grid_values], [f"{v:g}" for v in grid_values])
             ax.set_xlabel(name)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
@@ -123,8 +126,8 @@ def plot_spread(frame: pd.DataFrame, metrics: Sequence[tuple[str, str]], losses:
     for ax, (metric, label) in zip(axes, metrics, strict=True):
         for x, loss in enumerate(losses):
             runs = frame[frame["loss"] == loss]
-            jitter = rng.uniform(-0.12, 0.12, size=len(runs))
-            ax.scatter(x + jitter, runs[metric], s=12, color=colours[loss], alpha=0.45, linewidths=0)
+            jitter = rng.uniform(0.12, 0.3, size=len(runs))
+            ax.scatter(x + jitter, runs[metric], s=12, color=colours[loss], alpha=0.55, linewidths=0)
             means = runs.groupby("setting")[metric].mean().dropna()
             if means.empty:
                 continue
@@ -140,37 +143,54 @@ def plot_spread(frame: pd.DataFrame, metrics: Sequence[tuple[str, str]], losses:
     return figure
 
 
-def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str]]) -> Figure | None:
-    """Per comparison: the per-seed differences (dots) and their mean with the bootstrap interval over seeds.
+def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str, str]]) -> Figure | None:
+    """Per comparison: the per-seed differences (dots), their mean with the bootstrap interval over seeds (red),
+    and the paired bootstrap interval over test images when there is one (blue, just above).
 
     Args:
-        comparisons: mappings with ``title`` and, per metric column, ``<metric>`` -> dict with ``per_seed``
-            (list of differences), ``mean``, ``low``, ``high``.
-        metrics: ``(column, axis label)`` pairs, one panel each.
+        comparisons: mappings with ``title``, ``image`` (None or ``{image_key: PairedDifference}``) and, per
+            metric column, ``<column>`` -> dict with ``per_seed`` (list of differences), ``mean``, ``low``,
+            ``high``.
+        metrics: ``(column, axis label, image_key)`` triples, one panel each.
 
     Returns:
         The figure, or None without comparisons.
     """
     if not comparisons:
         return None
-    figure = _figure(4.5 * len(metrics), 0.7 * len(comparisons) + 1.6)
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _figure(4.8 * len(metrics), 0.8 * len(comparisons) + 1.8)
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, (metric, label) in zip(axes, metrics, strict=True):
+    for ax, (metric, label, image_key) in zip(axes, metrics, strict=True):
         for y, comparison in enumerate(comparisons):
+            image = (comparison.get("image") or {}).get(image_key)
+            if image is not None and math.isfinite(image.low) and math.isfinite(image.high):
+                xerr = [[max(image.difference - image.low, 0.0)], [max(image.high - image.difference, 0.0)]]
+                ax.errorbar(image.difference, y + 0.25, xerr=xerr, fmt="o", color="tab:blue", capsize=4, zorder=3,
+                            label="paired bootstrap over test images")  # fmt: skip
             entry = comparison[metric]
             per_seed = [v for v in entry["per_seed"] if math.isfinite(v)]
             ax.scatter(per_seed, np.full(len(per_seed), y), s=18, color="0.4", zorder=2)
             if math.isfinite(entry["mean"]):
                 low, high = entry["low"], entry["high"]
                 if math.isfinite(low) and math.isfinite(high):
-                    xerr = [[entry["mean"] - low], [high - entry["mean"]]]
-                    ax.errorbar(entry["mean"], y, xerr=xerr, fmt="D", color="tab:red", capsize=4, zorder=3)
+                    xerr = [[max(entry["mean"] - low, 0.0)], [max(high - entry["mean"], 0.0)]]
+                    ax.errorbar(entry["mean"], y, xerr=xerr, fmt="D", color="tab:red", capsize=4, zorder=3,
+                                label="mean over seeds, bootstrap over seeds")  # fmt: skip
                 else:
-                    ax.scatter(entry["mean"], y, marker="D", color="tab:red", zorder=3)
+                    ax.scatter(entry["mean"], y, marker="D", color="tab:red", zorder=3, label="mean over seeds")
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(comparisons)), [c["title"] for c in comparisons])
-        ax.set_ylim(-0.7, len(comparisons) - 0.3)
+        ax.set_ylim(-0.6, len(comparisons) - 0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.set_xlabel(f"difference in {label}")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_title("per seed (dots), mean and bootstrap interval over seeds (red)", fontsize=9, loc="left")
+    handles, names = [], []
+    for handle, text in zip(*axes[0].get_legend_handles_labels(), strict=True):
+        if text not in names:
+            handles.append(handle)
+            names.append(text)
+    figure.legend(handles, names, loc="outside lower center", ncols=max(1, len(names)), fontsize=8)
+    axes[0].set_title("grey dots: one seed pair each", fontsize=9, loc="left")
     return figure

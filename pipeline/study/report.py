@@ -40,6 +40,8 @@ SUMMARY_METRICS = (
     (metric_name("test", "map_tail"), "map_tail", "mAP tail"),
 )
 FIGURE_METRICS = (("macro_auroc", "test macro AUROC"), ("map", "test mAP"))
+# The same two metrics with their key in the paired image bootstrap.
+PAIRED_METRICS = (("macro_auroc", "test macro AUROC", "auroc"), ("map", "test mAP", "ap"))
 PREDICTIONS_ARTIFACT = "evaluation/test/predictions.csv"
 SUMMARY_ARTIFACT = "evaluation/test/summary.json"
 ENVIRONMENT_ARTIFACT = "run_info/environment.json"
@@ -498,7 +500,7 @@ def build_report(
             comparisons.append(compare(sweep, options.reference, baseline, selected, options, predictions))
     for comparison in comparisons:
         _write_comparison(doc, comparison)
-    paired_path = save(figures.plot_paired(comparisons, FIGURE_METRICS), "paired_differences.png")
+    paired_path = save(figures.plot_paired(comparisons, PAIRED_METRICS), "paired_differences.png")
     if paired_path is not None:
         doc.image(paired_path.name, "paired differences per seed")
 
