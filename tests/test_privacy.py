@@ -45,8 +45,8 @@ def test_identifying_header_values_stay_out_of_logs_and_mlflow(synthetic_datalis
     out = tmp_path / "run"
     result = run_cli(
         "--verbose", "train", "--datalist", str(datalist), "--output-dir", str(out), "--epochs", "1",
-        "--image-size", "32", "--batch-size", "16", "--num-workers", "0", "--set", "bad_file_policy=skip", "--set", "n_bootstrap=0",
-        "--set", "log_model=false",
+        "--image-size", "32", "--batch-size", "16", "--num-workers", "0", "--set", "bad_file_policy=skip",
+        "--set", "n_bootstrap=0", "--set", "log_model=false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
