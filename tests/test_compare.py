@@ -210,6 +210,13 @@ def test_cli_writes_csv_chosen_by_suffix_and_prints_markdown(store, tmp_path, ca
     assert "hand-logged: run " in text and "FINISHED" in text
 
 
+def test_python_m_pipeline_compare(store):
+    uri, _, _ = store
+    result = run_cli("compare", "--tracking-uri", uri, "--experiment", EXPERIMENT, "--format", "csv", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == compare_runs(uri, EXPERIMENT).render("csv")
+
+
 def test_output_dir_reads_its_mlflow_db(store, capsys):
     uri, _, _ = store
     folder = Path(uri[len("sqlite:///") :]).parent
