@@ -179,7 +179,8 @@ def test_input_matches_the_training_bundle(metadata):
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
     image = metadata["network_data_format"]["inputs"]["image"]
 
-    assert image["num_channels"] == train["network_def"]["in_channels"] == len(image["channel_def"])
+    assert train["network_def"]["in_channels"] == "@in_channels"
+    assert image["num_channels"] == train["in_channels"] == len(image["channel_def"])
     assert image["spatial_shape"] == [train["image_size"], train["image_size"]]
     assert image["value_range"] == [0, 1]
 
