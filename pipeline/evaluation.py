@@ -39,6 +39,8 @@ def metrics_for_mlflow(result: EvaluationResult, split: str) -> dict[str, float]
         ("macro_auroc", "macro_auroc"), ("macro_ap", "map"), ("micro_auroc", "micro_auroc"), ("micro_ap", "micro_ap"),
         ("macro_auroc_ci_low", "macro_auroc_ci_low"), ("macro_auroc_ci_high", "macro_auroc_ci_high"),
         ("macro_ap_ci_low", "map_ci_low"), ("macro_ap_ci_high", "map_ci_high"),
+        ("micro_auroc_ci_low", "micro_auroc_ci_low"), ("micro_auroc_ci_high", "micro_auroc_ci_high"),
+        ("micro_ap_ci_low", "micro_ap_ci_low"), ("micro_ap_ci_high", "micro_ap_ci_high"),
     ):  # fmt: skip
         if key in summary:
             metrics[metric_name(split, name)] = float(summary[key])
@@ -176,9 +178,13 @@ def _print_summary(result: EvaluationResult, split: str, paths: Mapping[str, Pat
                "specificity"]  # fmt: skip
     print(f"\n{split} split: {summary.get('n_images')} images (full table: per_disease.md)")
     print(result.per_disease[columns].to_string(float_format=lambda v: f"{v:.3f}", na_rep="undefined"))
-    excluded = summary.get("excluded") or {}
+    excluded = summary.get("excluded") or []
+    reasons = summary.get("excluded_reasons") or {}
     if excluded:
-        print("left out of macro averages (undefined): " + ", ".join(f"{k} ({v})" for k, v in excluded.items()))
+        print(
+            "left out of macro averages (undefined): "
+            + ", ".join(f"{k} ({reasons.get(k, 'undefined')})" for k in excluded)
+        )
     print(f"macro AUROC {fmt('macro_auroc')}   mAP {fmt('macro_ap')}   micro AUROC {fmt('micro_auroc')}")
     for group, entry in summary.get("groups", {}).items():
         auroc, ap = entry.get("macro_auroc") or math.nan, entry.get("macro_ap") or math.nan

@@ -11,9 +11,10 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def label_counts(path: str | os.PathLike, split: str = "training") -> dict[str, 
 
 def select_device(requested: str | None = None) -> torch.device:
     """The device to run on: ``requested`` if given, else this rank's GPU when CUDA is available, else CPU."""
+    import torch
+
     if requested:
         return torch.device(requested)
     if torch.cuda.is_available():
@@ -92,6 +95,8 @@ def select_device(requested: str | None = None) -> torch.device:
 
 def init_distributed() -> torch.device:
     """Join the ``torchrun`` process group: NCCL on GPUs, gloo on CPU. Returns this rank's device."""
+    import torch
+
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend=backend)
@@ -106,6 +111,8 @@ def init_distributed() -> torch.device:
 
 def is_rank_zero() -> bool:
     """True outside ``torch.distributed`` and on rank 0 inside it."""
+    import torch
+
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
         torch.distributed.get_rank() == 0
     )

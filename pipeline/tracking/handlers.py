@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,6 @@ class RunBinding:
         """Log finite metrics; undefined (NaN) values are skipped, never replaced by a number."""
         if not self.enabled:
             return
-        import time
-
         now = int(time.time() * 1000)
         values = [Metric(k, v, now, step) for k, v in finite_metrics(metrics).items()]
         for start in range(0, len(values), 500):
