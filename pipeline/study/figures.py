@@ -144,8 +144,8 @@ def plot_spread(frame: pd.DataFrame, metrics: Sequence[tuple[str, str]], losses:
 
 
 def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str, str]]) -> Figure | None:
-    """Per comparison: the per-seed differences (dots), their mean with the bootstrap interval over seeds (red),
-    and the paired bootstrap interval over test images when there is one (blue, just above).
+    """Per comparison: the per-seed differences (grey, just below), their mean with the bootstrap interval over
+    seeds (red), and the paired bootstrap interval over test images when there is one (blue, just above).
 
     Args:
         comparisons: mappings with ``title``, ``image`` (None or ``{image_key: PairedDifference}``) and, per
@@ -171,7 +171,7 @@ def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str
                             label="paired bootstrap over test images")  # fmt: skip
             entry = comparison[metric]
             per_seed = [v for v in entry["per_seed"] if math.isfinite(v)]
-            ax.scatter(per_seed, np.full(len(per_seed), y), s=18, color="0.4", zorder=2)
+            ax.scatter(per_seed, np.full(len(per_seed), y - 0.22), s=18, color="0.4", zorder=2, label="one seed pair")
             if math.isfinite(entry["mean"]):
                 low, high = entry["low"], entry["high"]
                 if math.isfinite(low) and math.isfinite(high):
@@ -182,7 +182,7 @@ def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str
                     ax.scatter(entry["mean"], y, marker="D", color="tab:red", zorder=3, label="mean over seeds")
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(comparisons)), [c["title"] for c in comparisons])
-        ax.set_ylim(-0.6, len(comparisons) - 0.2)
+        ax.set_ylim(-0.6, len(comparisons) - 0.4)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.set_xlabel(f"difference in {label}")
         ax.grid(axis="x", alpha=0.3)
@@ -192,5 +192,4 @@ def plot_paired(comparisons: Sequence[Mapping], metrics: Sequence[tuple[str, str
             handles.append(handle)
             names.append(text)
     figure.legend(handles, names, loc="outside lower center", ncols=max(1, len(names)), fontsize=8)
-    axes[0].set_title("grey dots: one seed pair each", fontsize=9, loc="left")
     return figure

@@ -454,8 +454,8 @@ def build_report(
     if parent.data.params.get("datalist"):
         facts.append(f"datalist: {parent.data.params['datalist']}")
     doc.bullets(facts)
-    if options.notes:
-        doc.para(options.notes)
+    if options.notes.strip():
+        doc.para(options.notes.strip())
 
     figure_paths: list[Path] = []
 
@@ -530,7 +530,10 @@ def build_report(
     doc.heading(2, "Runs")
     runs_table = frame[["loss", "setting", "seed", "run", "run_id", "val_macro_auroc", "macro_auroc", "map"]].copy()
     runs_table["duration"] = [format_duration(v) for v in frame["duration_s"]]
-    doc.table(runs_table.sort_values(["loss", "setting", "seed"]))
+    runs_table["loss"] = pd.Categorical(runs_table["loss"], categories=losses, ordered=True)
+    runs_table = runs_table.sort_values(["loss", "setting", "seed"])
+    runs_table["loss"] = runs_table["loss"].astype(str)
+    doc.table(runs_table)
     if sweep.excluded:
         doc.para("Left out (not finished with a test evaluation):")
         doc.bullets([f"{n} (`{r}`): {why}" for n, r, why in sweep.excluded])
