@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", default="runs/demo", help="where data, checkpoints and MLflow go")
     parser.add_argument("--images", type=int, default=600, help="number of synthetic images")
     parser.add_argument("--image-size", type=int, default=64, help="side of the synthetic images")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss", default="ral", help="loss by name (configs/loss/<name>.json)")
     parser.add_argument("--seed", type=int, default=0)
     _bundle.add_common_options(parser)
