@@ -78,3 +78,13 @@ def test_group_metrics_are_named_per_group():
     names = metrics_for_mlflow(result, "test")
     assert {"test/map_head", "test/map_tail", "test/macro_auroc_head", "test/macro_auroc_tail"} <= set(names)
     assert "test/map_tail_ci_low" in names
+
+
+def test_loss_hyper_parameters_are_described_for_mlflow():
+    from pipeline.losses import AsymmetricLoss, RobustAsymmetricLoss
+    from pipeline.tracking import describe_loss
+
+    params = describe_loss(RobustAsymmetricLoss(gamma_neg=2.0, lamb=1.2))
+    assert params["loss"] == "RobustAsymmetricLoss"
+    assert params["loss.gamma_neg"] == 2.0 and params["loss.lamb"] == 1.2 and params["loss.reduction"] == "mean"
+    assert describe_loss(AsymmetricLoss(clip=0.1))["loss.clip"] == 0.1

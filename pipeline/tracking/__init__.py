@@ -67,11 +67,18 @@ def default_run_name(network: str, loss: Any, seed: int) -> str:
 
 def describe_loss(loss: Any) -> dict[str, Any]:
     """Flat description of a loss object for ``log_params``: its class and its numeric/str hyper-parameters."""
+    import dataclasses
+
     params: dict[str, Any] = {"loss": type(loss).__name__}
-    for key, value in sorted(vars(loss).items()):
+    fields = dict(vars(loss))
+    # The project's losses keep their hyper-parameters in a dataclass of terms (gamma_neg, clip, lamb, ...).
+    terms = fields.pop("terms", None)
+    if dataclasses.is_dataclass(terms):
+        fields.update(dataclasses.asdict(terms))
+    for key, value in sorted(fields.items()):
         if key.startswith("_") or key == "training":
             continue
-        if isinstance(value, bool | int | float | str) or value is None:
+        if isinstance(value, bool | int | float | str | tuple) or value is None:
             params[f"loss.{key}"] = value
     return params
 
