@@ -109,7 +109,7 @@ class TrainingCheckpoints:
             engine.add_event_handler(Events.STARTED, self._load_latest)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         if self.every_n_iterations > 0:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self._save_latest)
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self._save_mid_epoch)
 
     def _objects(self, engine: Engine) -> dict[str, Any]:
         objects = {"network": _unwrap(self.network), "optimizer": self.optimizer, "trainer": engine}
@@ -144,6 +144,13 @@ class TrainingCheckpoints:
         state = {name: obj.state_dict() for name, obj in self._objects(engine).items()}
         state.update(best_score=self.best_score, best_epoch=self.best_epoch, labels=self.labels)
         atomic_save(state, self.save_dir / LATEST)
+
+    def _save_mid_epoch(self, engine: Engine) -> None:
+        # The last iteration of an epoch is saved by the epoch-end handler, after validation: saving it here would
+        # record a finished epoch whose validation, best model and scheduler step a crash could still lose.
+        if engine.state.epoch_length and engine.state.iteration % engine.state.epoch_length == 0:
+            return
+        self._save_latest(engine)
 
     def _epoch_completed(self, engine: Engine) -> None:
         score = math.nan

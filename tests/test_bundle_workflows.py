@@ -255,3 +255,26 @@ def test_torchrun_two_processes_on_cpu(synthetic_datalist, tmp_path):
         probs = torch.sigmoid(network(images)).numpy()
     scores = per_label_auroc(probs, targets)
     assert logged[0].value == pytest.approx(float(np.nanmean(scores)), abs=1e-6)
+
+
+def test_mid_epoch_checkpoints_never_claim_an_unvalidated_epoch(tmp_path, monkeypatch):
+    """An iteration-level save that falls on an epoch's last iteration is left to the epoch-end save, which runs
+    after validation; otherwise a crash between the two would resume into a finished, never validated epoch."""
+    from ignite.engine import Engine
+
+    saved: list[int] = []
+    real_save = ckpt.atomic_save
+
+    def recording_save(obj, path):
+        if Path(path).name == ckpt.LATEST:
+            saved.append(obj["trainer"]["iteration"])
+        return real_save(obj, path)
+
+    monkeypatch.setattr(ckpt, "atomic_save", recording_save)
+    network = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    engine = Engine(lambda e, b: 0.0)
+    ckpt.TrainingCheckpoints(tmp_path, network, optimizer, every_n_iterations=2).attach(engine)
+    engine.run(range(4), max_epochs=2)
+    # Iterations 2 and 6 are mid-epoch saves; 4 and 8 are saved once each, at the end of their epochs.
+    assert saved == [2, 4, 6, 8]
