@@ -88,3 +88,21 @@ def test_loss_hyper_parameters_are_described_for_mlflow():
     assert params["loss"] == "RobustAsymmetricLoss"
     assert params["loss.gamma_neg"] == 2.0 and params["loss.lamb"] == 1.2 and params["loss.reduction"] == "mean"
     assert describe_loss(AsymmetricLoss(clip=0.1))["loss.clip"] == 0.1
+
+
+def test_repeat_factor_sampling_is_a_config_switch(synthetic_datalist):
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    root = Path(__file__).resolve().parents[1]
+    parser = ConfigParser()
+    parser.read_config(
+        [str(root / "bundles/cxr_ral/configs/train.json"), str(root / "configs/sampling/repeat_factor.json")]
+    )
+    parser.update({"datalist": str(synthetic_datalist), "bundle_root": str(root / "bundles/cxr_ral")})
+    sampler = parser.get_parsed_content("train::sampler")
+    loader = parser.get_parsed_content("train::dataloader")
+    assert loader.sampler is sampler
+    indices = list(iter(sampler))
+    assert len(indices) == len(sampler) and max(indices) < len(parser.get_parsed_content("train::dataset::items"))

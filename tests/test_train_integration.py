@@ -138,3 +138,19 @@ def test_config_only_switch_to_convnext_and_cxr_lt_labels(tmp_path):
         "test/auroc/Calcification_of_the_Aorta" in run.data.metrics
         or "Calcification of the Aorta" in run.data.tags.get("test/undefined_labels", "")
     )
+
+
+def test_same_seed_same_data_gives_the_same_metrics(trained, synthetic_datalist, tmp_path):
+    out, _ = trained
+    again = tmp_path / "again"
+    result = run_cli(
+        "train", "--datalist", str(synthetic_datalist), "--output-dir", str(again), "--loss", "ral",
+        "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--num-workers", "0", "--set", "n_bootstrap=20",
+        "--set", "log_model=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = _runs(out)[1][0].data.metrics, _runs(again)[1][0].data.metrics
+    for name in ("val/macro_auroc", "test/macro_auroc", "test/map", "test/auroc_ci_low/Synthetic_Opacity"):
+        assert second[name] == pytest.approx(first[name], abs=1e-9), name
+    artifacts = {a.path for a in _client(again).list_artifacts(_runs(again)[1][0].info.run_id, "run_info")}
+    assert {"run_info/environment.json", "run_info/resolved_train_config.json"} <= artifacts
