@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 from pipeline import __version__
 
@@ -30,20 +31,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, verbose: bool = False) -> int:
+    """Run a verb with logging set up; user errors become one clear line and exit status 2, no traceback."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        # User errors: one clear line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args, verbose=args.verbose)
+
+
+def standalone(
+    prog: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int | None],
+    argv: list[str] | None = None,
+) -> int:
+    """Run one verb as its own program (``python -m pipeline.cli.<verb>``), the same as through ``main``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    return _run(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

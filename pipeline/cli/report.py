@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -76,15 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m pipeline.cli.report``, the same as ``python -m pipeline report``."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cli.report", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from pipeline.cli import standalone
+
+    return standalone("python -m pipeline.cli.report", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

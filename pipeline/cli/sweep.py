@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from typing import Any
 
 from pipeline.study import ChildSpec, SweepRunner, load_sweep_config
@@ -148,15 +147,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m pipeline.cli.sweep``, the same as ``python -m pipeline sweep``."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cli.sweep", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from pipeline.cli import standalone
+
+    return standalone("python -m pipeline.cli.sweep", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
